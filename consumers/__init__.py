@@ -1,0 +1,1 @@
+"""Cloud consumer daemons: ingest, train, evaluate, publish; and the monitor."""

@@ -1,0 +1,1 @@
+"""Edge producer daemons: private feature release to RabbitMQ."""
