@@ -22,7 +22,8 @@ class Conv(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        y: torch.Tensor = self.act(self.bn(self.conv(x)))
+        return y
 
 
 class Bottleneck(nn.Module):
@@ -36,7 +37,7 @@ class Bottleneck(nn.Module):
         self.add = shortcut and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.cv2(self.cv1(x))
+        y: torch.Tensor = self.cv2(self.cv1(x))
         return x + y if self.add else y
 
 
@@ -52,7 +53,8 @@ class C3(nn.Module):
         self.m = nn.Sequential(*(Bottleneck(hidden, hidden, shortcut, expansion=1.0) for _ in range(repeats)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), dim=1))
+        y: torch.Tensor = self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), dim=1))
+        return y
 
 
 class SPPF(nn.Module):
@@ -69,7 +71,8 @@ class SPPF(nn.Module):
         x = self.cv1(x)
         y1 = self.m(x)
         y2 = self.m(y1)
-        return self.cv2(torch.cat((x, y1, y2, self.m(y2)), dim=1))
+        out: torch.Tensor = self.cv2(torch.cat((x, y1, y2, self.m(y2)), dim=1))
+        return out
 
 
 class Concat(nn.Module):
@@ -87,8 +90,13 @@ class Detect(nn.Module):
     boxes (N, sum(na*H*W), no) as ``[cx, cy, w, h, obj, cls...]`` in input pixels.
     """
 
-    def __init__(self, nc: int, anchors_px: tuple[tuple[float, ...], ...], channels: tuple[int, ...],
-                 strides: list[int]):
+    def __init__(
+        self,
+        nc: int,
+        anchors_px: tuple[tuple[float, ...], ...],
+        channels: tuple[int, ...],
+        strides: list[int],
+    ):
         super().__init__()
         self.nc = nc
         self.no = nc + 5
@@ -96,6 +104,8 @@ class Detect(nn.Module):
         self.na = len(anchors_px[0]) // 2
         stride = torch.tensor(strides, dtype=torch.float32)
         anchors = torch.tensor(anchors_px, dtype=torch.float32).view(self.nl, self.na, 2)
+        self.stride: torch.Tensor
+        self.anchors: torch.Tensor
         self.register_buffer("stride", stride, persistent=False)
         self.register_buffer("anchors", anchors / stride.view(-1, 1, 1))
         self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in channels)
@@ -104,7 +114,7 @@ class Detect(nn.Module):
         """Apply the heads: each level becomes (N, na, H, W, no) logits."""
         maps = []
         for level, x in enumerate(xs):
-            y = self.m[level](x)
+            y: torch.Tensor = self.m[level](x)
             n, _, h, w = y.shape
             maps.append(y.view(n, self.na, self.no, h, w).permute(0, 1, 3, 4, 2).contiguous())
         return maps

@@ -63,8 +63,9 @@ class EdgeExtractor(YoloSegment):
         self.requires_grad_(False)
         super().train(False)
 
-    def train(self, mode: bool = True) -> EdgeExtractor:  # noqa: ARG002 - frozen on purpose
-        return super().train(False)  # type: ignore[return-value]
+    def train(self, mode: bool = True) -> EdgeExtractor:
+        super().train(False)
+        return self
 
     @torch.inference_mode()
     def extract(self, images: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ the stub tree afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +95,7 @@ def _arch_name(model: _Inert, state: dict[str, torch.Tensor]) -> str:
 
 def load_official(path: Path) -> OfficialCheckpoint:
     """Read an official YOLOv5 v6.x/v7.0 detection checkpoint safely, tensors cast to float32."""
-    stubs = [(_Inert, name) for name in _STUBBED_CLASSES]
+    stubs: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [(_Inert, n) for n in _STUBBED_CLASSES]
     try:
         with torch.serialization.safe_globals(stubs):
             payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,76 @@
+"""Connecting to RabbitMQ: TLS options, bounded retries with back-off at start, robust reconnects after."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
+
+from shared.config.base import redact_url
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailableError(ConnectionError):
+    """The broker could not be reached or refused our credentials."""
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where and how to connect; ``url`` may hold a password and is never logged as is."""
+
+    url: str
+    name: str = "mistnet"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    connect_attempts: int = 5
+    connect_backoff_s: float = 0.5
+    heartbeat_s: int = 30
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS context for amqps:// (CA bundle and optional client certificate)."""
+        if not self.url.startswith("amqps://"):
+            return None
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+        return context
+
+
+async def connect(config: BrokerConfig) -> AbstractRobustConnection:
+    """Open a robust connection, retrying with exponential back-off a bounded number of times.
+
+    After the first success aio-pika reconnects by itself; a failure at start is reported as
+    :class:`BrokerUnavailableError` naming the (redacted) URL.
+    """
+    delay = config.connect_backoff_s
+    last: Exception | None = None
+    separator = "&" if "?" in config.url else "?"
+    url = f"{config.url}{separator}heartbeat={config.heartbeat_s}"
+    for attempt in range(1, config.connect_attempts + 1):
+        try:
+            return await aio_pika.connect_robust(
+                url,
+                ssl_context=config.ssl_context(),
+                client_properties={"connection_name": config.name},
+                timeout=10,
+            )
+        except (TimeoutError, OSError, ConnectionError, aio_pika.exceptions.AMQPError) as exc:
+            last = exc
+            log.warning(
+                "broker connection failed",
+                extra={"url": redact_url(config.url), "attempt": attempt, "error": repr(exc)},
+            )
+            if attempt < config.connect_attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+    raise BrokerUnavailableError(
+        f"cannot connect to RabbitMQ at {redact_url(config.url)} after {config.connect_attempts} attempts "
+        f"({type(last).__name__}: {last}); is it running and are the credentials right?"
+    )

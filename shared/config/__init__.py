@@ -1,0 +1,1 @@
+"""Settings of every daemon and command (pydantic-settings; env names case-insensitive, DESIGN §6)."""

@@ -1,0 +1,1 @@
+"""Wire contracts between edges, cloud and operators: names, feature batches, events, control messages."""
