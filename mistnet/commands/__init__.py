@@ -1,0 +1,1 @@
+"""Subcommands that compose shared pieces for one task (eval, detect, provision)."""
