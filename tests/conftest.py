@@ -8,7 +8,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = Path(os.environ.get("MISTNET_ASSETS", REPO.parent / "shared" / "data"))
+
+
+def _assets() -> Path:
+    """MISTNET_ASSETS, else the reference data beside the repository."""
+    if "MISTNET_ASSETS" in os.environ:
+        return Path(os.environ["MISTNET_ASSETS"])
+    for candidate in (REPO.parent / "shared" / "data", Path("/work/shared/data")):
+        if candidate.is_dir():
+            return candidate
+    return REPO.parent / "shared" / "data"
+
+
+ASSETS = _assets()
 
 
 @pytest.fixture(scope="session")
