@@ -35,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from shared.dataset.loader import iter_batches
@@ -59,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    torch.set_grad_enabled(False)
     started = time.perf_counter()
     with tqdm(total=len(samples), desc="eval", unit="img", file=sys.stderr, disable=None) as bar:
         batches = iter_batches(
