@@ -166,9 +166,10 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         loc = str(first["loc"][0]) if first["loc"] else "settings"
         field = _field_for(cls, loc)
         names = _env_names(cls, field)
+        # A missing field's "input" is every other value given, secrets included: never echo it.
+        got = "" if first["type"] == "missing" else f"; got {first.get('input')!r}"
         raise SettingsError(
-            f"invalid setting {field} (env {' / '.join(names)}, flag --{field.replace('_', '-')}): "
-            f"{first['msg']}; got {first.get('input')!r}"
+            f"invalid setting {field} (env {' / '.join(names)}, flag --{field.replace('_', '-')}): {first['msg']}{got}"
         ) from None
 
 

@@ -35,7 +35,7 @@ PREFETCH_BATCHES = 2
 class Batch:
     """Images ready for the model with their targets and what is needed to map results back.
 
-    ``images``: ``(N, 3, H, W) float32`` RGB in [0, 1]; ``targets``: ``(M, 6) float32
+    ``images``: ``(N, 3, H, W) float32`` RGB in [0, 1] (``uint8`` 0..255 if asked for); ``targets``: ``(M, 6) float32
     [img_index_in_batch, cls, cx, cy, w, h]`` normalised to the letterboxed image; ``labels``: per image
     ``(Mi, 5) float32 [cls, cx, cy, w, h]`` normalised to the original image.
     """
@@ -55,10 +55,13 @@ class _Loaded:
     labels: np.ndarray
 
 
-def images_to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
-    """Same-shaped ``(H, W, 3) uint8`` BGR images → one contiguous ``(N, 3, H, W) float32`` RGB in [0, 1]."""
-    stacked = np.stack(images)[..., ::-1].transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(stacked)).float().div_(255.0)
+def images_to_tensor(images: Sequence[np.ndarray], *, uint8: bool = False) -> torch.Tensor:
+    """Same-shaped ``(H, W, 3) uint8`` BGR images → one contiguous ``(N, 3, H, W) float32`` RGB in [0, 1].
+
+    ``uint8=True`` keeps ``(N, 3, H, W) uint8`` RGB (a quarter of the memory; divide by 255 before use).
+    """
+    stacked = torch.from_numpy(np.ascontiguousarray(np.stack(images)[..., ::-1].transpose(0, 3, 1, 2)))
+    return stacked if uint8 else stacked.float().div_(255.0)
 
 
 def iter_batches(
@@ -71,6 +74,7 @@ def iter_batches(
     workers: int = 2,
     num_classes: int | None = None,
     progress: Callable[[int], None] | None = None,
+    uint8: bool = False,
 ) -> Iterator[Batch]:
     """Letterboxed batches of ``samples`` in a deterministic order.
 
@@ -79,7 +83,8 @@ def iter_batches(
     cannot be read raises :class:`DatasetError`, or with ``on_error="skip"`` is logged and left out (a
     batch may then be smaller; an empty one is not yielded). Labels of class ``>= num_classes``, when
     given, count as unreadable. ``progress`` is called after each batch
-    with the number of samples handled so far, skipped ones included.
+    with the number of samples handled so far, skipped ones included. ``uint8=True`` yields images as
+    ``(N, 3, H, W) uint8`` for consumers that convert a slice at a time (bounded memory).
     """
     if img_size < 1 or batch_size < 1 or workers < 1:
         raise ValueError(f"img_size={img_size}, batch_size={batch_size} and workers={workers} must all be at least 1")
@@ -92,7 +97,8 @@ def iter_batches(
         plans = [(list(range(s, min(s + batch_size, len(samples)))), (img_size, img_size)) for s in starts]
         dropped = 0
     load = partial(_load, num_classes=num_classes)
-    return _generate(samples, plans, load, done=dropped, on_error=on_error, workers=workers, progress=progress)
+    collate = partial(_collate, uint8=uint8)
+    return _generate(samples, plans, load, collate, done=dropped, on_error=on_error, workers=workers, progress=progress)
 
 
 #: Sample indices of one batch and its output ``(h, w)``.
@@ -117,6 +123,7 @@ def _generate(
     samples: Sequence[Sample],
     plans: list[_Plan],
     load: Callable[[Sample, tuple[int, int]], _Loaded],
+    collate: Callable[[list[_Loaded]], Batch],
     *,
     done: int,
     on_error: OnError,
@@ -144,7 +151,7 @@ def _generate(
             if progress is not None:
                 progress(done)
             if loaded:
-                yield _collate(loaded)
+                yield collate(loaded)
             submit_next()
     finally:
         # An abandoned iterator must not leave decodes running behind it.
@@ -174,13 +181,13 @@ def _load(sample: Sample, shape: tuple[int, int], num_classes: int | None) -> _L
     return _Loaded(sample, image, box, labels)
 
 
-def _collate(loaded: list[_Loaded]) -> Batch:
+def _collate(loaded: list[_Loaded], uint8: bool = False) -> Batch:
     targets = [
         np.concatenate([np.full((len(item.labels), 1), i, np.float32), labels_to_letterbox(item.labels, item.box)], 1)
         for i, item in enumerate(loaded)
     ]
     return Batch(
-        images=images_to_tensor([item.image for item in loaded]),
+        images=images_to_tensor([item.image for item in loaded], uint8=uint8),
         targets=torch.from_numpy(np.concatenate(targets, axis=0)),
         letterboxes=[item.box for item in loaded],
         samples=[item.sample for item in loaded],

@@ -79,11 +79,12 @@ class PrivacyBlock(_Frozen):
     """The mechanism, its parameters and guarantees (ε_bit per bit, ε_image per image); None = no bound."""
 
     mechanism: Literal["rr-sym", "rr-opt", "none"]
-    epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None
+    # None (mechanism none) is left out by encode_batch's exclude_none, so these default to None.
+    epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     p: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     q: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    epsilon_bit: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None
-    epsilon_image: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None
+    epsilon_bit: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    epsilon_image: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     bits_per_image: Annotated[int, Field(ge=1)]
     labels_in_clear: bool
 
