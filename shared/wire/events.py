@@ -75,6 +75,9 @@ class RoundCompleted(_Event):
     losses: Losses
     val: ValMetrics | None
     public_val: ValMetrics | None = None
+    #: The pretrained model on the same sets before any training (round 1 only): the bits-only baseline.
+    baseline_val: ValMetrics | None = None
+    baseline_public_val: ValMetrics | None = None
     privacy: PrivacySummary
     bytes_received: int
     bytes_received_total: int
