@@ -63,6 +63,23 @@ class ManagementClient:
     def delete_user(self, user: str) -> None:
         self._call("DELETE", f"users/{self._q(user)}")
 
+    def user_exists(self, user: str) -> bool:
+        try:
+            self._call("GET", f"users/{self._q(user)}")
+        except ManagementError as exc:
+            if "HTTP 404" in str(exc):
+                return False
+            raise
+        return True
+
+    def put_policy(self, vhost: str, name: str, pattern: str, definition: dict[str, Any], apply_to: str) -> None:
+        """Create or replace policy ``name`` (``apply_to``: queues, exchanges or all)."""
+        self._call(
+            "PUT",
+            f"policies/{self._q(vhost)}/{self._q(name)}",
+            {"pattern": pattern, "definition": definition, "apply-to": apply_to, "priority": 0},
+        )
+
     def put_permissions(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
         self._call(
             "PUT",
@@ -77,12 +94,32 @@ class ManagementClient:
             {"exchange": exchange, "write": write, "read": read},
         )
 
+    def import_definitions(self, vhost: str, definitions: dict[str, Any]) -> None:
+        """Import exchanges, queues, bindings and policies into ``vhost`` (the vhost fields are ignored)."""
+        self._call("POST", f"definitions/{self._q(vhost)}", definitions)
+
     def exchanges(self, vhost: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", f"exchanges/{self._q(vhost)}")
         return result
 
     def queues(self, vhost: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", f"queues/{self._q(vhost)}")
+        return result
+
+    def bindings(self, vhost: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", f"bindings/{self._q(vhost)}")
+        return result
+
+    def policies(self, vhost: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", f"policies/{self._q(vhost)}")
+        return result
+
+    def permissions(self, vhost: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", f"vhosts/{self._q(vhost)}/permissions")
+        return result
+
+    def topic_permissions(self, vhost: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", f"vhosts/{self._q(vhost)}/topic-permissions")
         return result
 
     def queue(self, vhost: str, name: str) -> dict[str, Any]:

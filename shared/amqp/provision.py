@@ -16,6 +16,8 @@ from shared.wire import names
 
 @dataclass(frozen=True)
 class Credentials:
+    """A broker user; an empty ``password`` keeps the password of a user that already exists."""
+
     user: str
     password: str
 
@@ -36,18 +38,23 @@ def _exact(*values: str) -> str:
     return "^(" + "|".join(re.escape(v) for v in values) + ")$"
 
 
+def _put_user(api: ManagementClient, cred: Credentials, tags: str) -> None:
+    if cred.password:
+        api.put_user(cred.user, cred.password, tags=tags)
+
+
 def provision_job(api: ManagementClient, access: JobAccess) -> None:
     """Create the vhost, users and permissions of ``access`` (idempotent: PUTs overwrite)."""
     job, vhost = access.job, access.vhost
     api.put_vhost(vhost)
     for admin in access.extra_admins:
         api.put_permissions(vhost, admin, ".*", ".*", ".*")
-    api.put_user(access.cloud.user, access.cloud.password, tags="")
+    _put_user(api, access.cloud, tags="")
     api.put_permissions(vhost, access.cloud.user, r"^mistnet\..*", r"^mistnet\..*", r"^mistnet\..*")
     for edge, cred in access.edges.items():
         names.check_name("edge", edge)
         control = f"mistnet.{job}.control.{edge}"
-        api.put_user(cred.user, cred.password, tags="")
+        _put_user(api, cred, tags="")
         api.put_permissions(
             vhost,
             cred.user,
@@ -71,7 +78,7 @@ def provision_job(api: ManagementClient, access: JobAccess) -> None:
         )
     if access.monitor is not None:
         own = r"^(amq\.gen-.*|mistnet\.monitor\..*)$"
-        api.put_user(access.monitor.user, access.monitor.password, tags="monitoring")
+        _put_user(api, access.monitor, tags="monitoring")
         api.put_permissions(
             vhost,
             access.monitor.user,
@@ -79,3 +86,27 @@ def provision_job(api: ManagementClient, access: JobAccess) -> None:
             write=own,
             read=rf"^(amq\.gen-.*|mistnet\.monitor\..*|{re.escape(names.EVENTS_EXCHANGE)}|{re.escape(EVENTS_STREAM)})$",
         )
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A RabbitMQ policy: settings applied by name pattern, changeable without redeclaring queues."""
+
+    name: str
+    pattern: str
+    definition: dict[str, int | str]
+    apply_to: str = "queues"
+
+
+#: Dead letters are kept a week and at most 1 GiB (oldest dropped first), so poison cannot fill the disk.
+DEAD_LETTER_POLICY = Policy(
+    name="mistnet-dead-letters",
+    pattern=r"^mistnet\..+\.dead$",
+    definition={"message-ttl": 7 * 24 * 3600 * 1000, "max-length-bytes": 1 << 30},
+)
+
+
+def apply_policies(api: ManagementClient, vhost: str, policies: tuple[Policy, ...] = (DEAD_LETTER_POLICY,)) -> None:
+    """Create or replace the job policies in ``vhost`` (idempotent)."""
+    for policy in policies:
+        api.put_policy(vhost, policy.name, policy.pattern, dict(policy.definition), policy.apply_to)

@@ -84,3 +84,14 @@ async def check_exchanges(channel: AbstractChannel) -> None:
             raise RuntimeError(
                 f"exchange {name!r} does not exist on the broker; run `mistnet provision` (or start the cloud) first"
             ) from exc
+
+
+async def declare_job_topology(
+    channel: AbstractChannel, job: str, edges: list[str], policy: QueuePolicy
+) -> list[AbstractQueue]:
+    """Everything a job needs, as provisioning declares it: exchanges, inbox + dead letters, events
+    stream and one control queue per edge; returns the queues declared."""
+    queues = [await declare_job_queues(channel, job, policy), await declare_events_stream(channel, policy)]
+    for edge in edges:
+        queues.append(await declare_control_queue(channel, job, edge))
+    return queues

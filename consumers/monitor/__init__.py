@@ -1,0 +1,1 @@
+"""``mistnet monitor``: a live view of the jobs' events on ``mistnet.events``."""
