@@ -1,0 +1,1 @@
+"""Privacy audit: a learned feature-inversion attack on released MistNet features, scored by SSIM and PSNR."""
