@@ -166,8 +166,10 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         loc = str(first["loc"][0]) if first["loc"] else "settings"
         field = _field_for(cls, loc)
         names = _env_names(cls, field)
-        # A missing field's "input" is every other value given, secrets included: never echo it.
-        got = "" if first["type"] == "missing" else f"; got {first.get('input')!r}"
+        # A missing field's "input" is every other value given, secrets included: never echo it,
+        # nor the value of a secret field (a malformed URL may still hold a password).
+        secret = "SecretStr" in str(cls.model_fields[field].annotation) if field in cls.model_fields else True
+        got = "" if first["type"] == "missing" or secret else f"; got {first.get('input')!r}"
         raise SettingsError(
             f"invalid setting {field} (env {' / '.join(names)}, flag --{field.replace('_', '-')}): {first['msg']}{got}"
         ) from None

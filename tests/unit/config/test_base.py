@@ -53,6 +53,12 @@ class TestCommonSettings:
         assert message.startswith(f"invalid setting {named} ")
         assert "\n" not in message
 
+    def test_secret_values_are_not_echoed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("MISTNET_AMQP_URL", "http://user:hunter2@host/")
+        with pytest.raises(SettingsError) as info:
+            load_settings(CommonSettings)
+        assert "amqp_url" in str(info.value) and "hunter2" not in str(info.value)
+
     def test_broker_user_and_redaction(self) -> None:
         settings = load_settings(CommonSettings, amqp_url="amqp://edge-a:s3cret@host:5672/vh")
         assert settings.broker_user == "edge-a"
