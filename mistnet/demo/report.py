@@ -40,6 +40,23 @@ def round_rows(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def with_baseline(rows: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` preceded by round 0: the pretrained model's metrics before any training, when reported."""
+    first = min(events, key=lambda e: int(e["round"]), default=None)
+    if first is None or not (first.get("baseline_val") or first.get("baseline_public_val")):
+        return list(rows)
+    val, public = first.get("baseline_val") or {}, first.get("baseline_public_val") or {}
+    zero = dict.fromkeys(rows[0], None) if rows else {}
+    zero.update(
+        round=0,
+        val_map50=val.get("map50"),
+        val_map50_95=val.get("map50_95"),
+        public_map50=public.get("map50"),
+        public_map50_95=public.get("map50_95"),
+    )
+    return [zero, *rows]
+
+
 _COLUMNS = [
     ("round", "round"),
     ("samples", "samples"),
@@ -85,7 +102,7 @@ def plot_rounds(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     rounds = [r["round"] for r in rows]
     fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 4))
     for key, label in (("loss_box", "box"), ("loss_obj", "obj"), ("loss_cls", "cls")):
-        ax_loss.plot(rounds, [r[key] for r in rows], marker="o", label=label)
+        ax_loss.plot(rounds, [float("nan") if r[key] is None else r[key] for r in rows], marker="o", label=label)
     ax_loss.set(xlabel="round", ylabel="training loss", title="loss per round")
     ax_loss.legend()
     for key, label in (
@@ -97,8 +114,12 @@ def plot_rounds(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
         values = [r[key] for r in rows]
         if any(v is not None for v in values):
             ax_map.plot(rounds, [float("nan") if v is None else v for v in values], marker="o", label=label)
-    ax_map.set(xlabel="round", ylabel="mAP", title="validation mAP per round")
+    ax_map.set(
+        xlabel="round (0 = pretrained, bits only, before training)", ylabel="mAP", title="validation mAP per round"
+    )
     ax_map.legend()
+    for axis in (ax_loss, ax_map):
+        axis.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

