@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-services:
-	deploy/services.sh start
+services: setup
+	WEED="$${WEED:-$(abspath $(BIN))/weed}" deploy/services.sh start
 
 test: setup services
 	$(if $(ASSETS),MISTNET_ASSETS=$(abspath $(ASSETS))) $(BIN)/pytest
