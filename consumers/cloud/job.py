@@ -8,41 +8,29 @@ follows as an outbox: a round committed but not yet published is published on th
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from consumers.cloud.checkpoint import OPTIMIZER_FILE, optimizer_to_bytes, read_checkpoint, round_dir, write_checkpoint
+from consumers.cloud.checkpoint import OPTIMIZER_FILE, optimizer_to_bytes, read_checkpoint, write_checkpoint
 from consumers.cloud.evaluation import evaluate_private, evaluate_public
 from consumers.cloud.metrics import CloudMetrics
 from consumers.cloud.model import JobModel
-from consumers.cloud.publish import copy_to_model_url, model_ref, parse_model_url, publish_artifact
+from consumers.cloud.outbox import SOURCE, RoundOutbox, event_message
+from consumers.cloud.publish import model_ref
 from consumers.cloud.store import CompletedRound, FeatureStore, StoredBatch
 from consumers.cloud.trainer import RoundTraining, Trainer
-from shared.amqp.publisher import ConfirmedPublisher, NotConfirmedError, OutgoingMessage
-from shared.blob.store import BlobError, BlobStore
+from shared.amqp.publisher import ConfirmedPublisher
+from shared.blob.store import BlobStore
 from shared.config.cloud import CloudSettings
 from shared.dataset.sources import Sample
-from shared.wire import names
-from shared.wire.events import (
-    JSON_CONTENT_TYPE,
-    JobCompleted,
-    Losses,
-    ModelRef,
-    PrivacySummary,
-    RoundCompleted,
-    ValMetrics,
-)
+from shared.wire.events import Losses, ModelRef, PrivacySummary, RoundCompleted, ValMetrics
 from shared.yolo.artifact import MANIFEST_FILE, WEIGHTS_FILE, Manifest, serialize_artifact
 from shared.yolo.network import split_state
 
 log = logging.getLogger(__name__)
-SOURCE = "mistnet-cloud"
-_JOB_COMPLETED_KEY = "job_completed_event"
-_MAX_RETRY_S = 60.0
+__all__ = ["SOURCE", "RoundRunner", "event_message"]
 
 #: (private val, public val) metrics of one evaluation.
 Metrics = tuple[ValMetrics | None, ValMetrics | None]
@@ -60,19 +48,6 @@ class _RoundFacts:
     baseline: Metrics
     bytes_received: int
     bytes_received_total: int
-
-
-def event_message(job: str, event: dict[str, object]) -> OutgoingMessage:
-    """A JSON event (as stored) for ``mistnet.events``, routed ``<job>.<type>``."""
-    kind = str(event["type"])
-    return OutgoingMessage(
-        exchange=names.EVENTS_EXCHANGE,
-        routing_key=names.event_routing_key(job, kind),
-        body=json.dumps(event, allow_nan=False).encode(),
-        message_id=str(event["id"]),
-        content_type=JSON_CONTENT_TYPE,
-        type=kind,
-    )
 
 
 class RoundRunner:
@@ -100,7 +75,7 @@ class RoundRunner:
         self.metrics = metrics
         self.public_val = public_val
         self.stop = stop
-        self.model_url = parse_model_url(settings.model_url, settings.bucket) if settings.model_url else None
+        self.outbox = RoundOutbox(settings, store=store, blobs=blobs, publisher=publisher)
 
     def resume(self) -> int:
         """Load the last completed round's model and optimizer; returns that round (0: none yet)."""
@@ -252,49 +227,14 @@ class RoundRunner:
 
     async def publish(self, completed: CompletedRound) -> None:
         """Upload the round's artifact, move ``latest``, copy to MODEL_URL, emit the event; retried until done."""
-        folder: Path = round_dir(self.store.checkpoints, completed.round)
-        weights = (folder / WEIGHTS_FILE).read_bytes()
-        manifest = (folder / MANIFEST_FILE).read_bytes()
-        delay = 1.0
-        while True:
-            try:
-                await publish_artifact(self.blobs, self.settings.job, completed.round, weights, manifest)
-                if self.model_url is not None:
-                    await copy_to_model_url(self.model_url, self.blobs, weights, manifest)
-                await self.publisher.publish(event_message(self.settings.job, completed.event))
-                break
-            except (BlobError, NotConfirmedError, OSError) as exc:
-                log.warning(
-                    "publishing the round failed, retrying",
-                    extra={"round": completed.round, "retry_in_s": delay, "error": f"{type(exc).__name__}: {exc}"},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_S)
-        await asyncio.to_thread(self.store.mark_published, completed.round)
-        log.info("round published", extra={"round": completed.round, "model": completed.event["model"]["uri"]})
+        await self.outbox.publish(completed)
 
     async def publish_pending(self) -> None:
-        for completed in self.store.completed_rounds():
-            if not completed.published:
-                await self.publish(completed)
+        await self.outbox.publish_pending()
 
     async def finish_job(self) -> None:
         """Emit ``job.completed`` once (a restart after it does not repeat it)."""
-        if self.store.meta(_JOB_COMPLETED_KEY) is not None:
-            return
-        last = self.store.completed_rounds()[-1].event
-        event = JobCompleted(
-            id=f"{self.settings.job}.job.completed",
-            job=self.settings.job,
-            source=SOURCE,
-            rounds=self.settings.rounds,
-            algorithm=self.settings.aggregation_algorithm,
-            final_val=ValMetrics.model_validate(last["val"]) if last.get("val") else None,
-            model=ModelRef.model_validate(last["model"]),
-        )
-        await self.publisher.publish(event_message(self.settings.job, event.model_dump(by_alias=True, mode="json")))
-        await asyncio.to_thread(self.store.set_meta, _JOB_COMPLETED_KEY, event.id)
-        log.info("job completed", extra={"job": self.settings.job, "rounds": self.settings.rounds})
+        await self.outbox.finish_job()
 
 
 def _losses(training: RoundTraining) -> dict[str, float]:

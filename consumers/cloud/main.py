@@ -12,13 +12,15 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import torch
 
+from consumers.cloud.fedavg.bootstrap import fedavg_service
+from consumers.cloud.fedavg.service import FedAvgService
 from consumers.cloud.ingest import Expectations
 from consumers.cloud.job import RoundRunner
 from consumers.cloud.metrics import CloudMetrics
 from consumers.cloud.model import JobModel
 from consumers.cloud.service import CloudService
 from consumers.cloud.store import FeatureStore, StoreError
-from consumers.cloud.trainer import TrainConfig, Trainer, resolve_device
+from consumers.cloud.trainer import TrainConfig, Trainer, resolve_device, return_large_frees
 from mistnet.commands.options import add_settings_flags, settings_from_args
 from shared.amqp.connection import BrokerConfig, BrokerUnavailableError, connect
 from shared.amqp.publisher import ConfirmedPublisher
@@ -68,13 +70,15 @@ async def serve(settings: CloudSettings) -> int:
 
 
 @asynccontextmanager
-async def cloud_service(settings: CloudSettings) -> AsyncIterator[CloudService]:
+async def cloud_service(settings: CloudSettings) -> AsyncIterator[CloudService | FedAvgService]:
     """Everything the daemon needs, built once and closed on exit."""
-    if settings.aggregation_algorithm != "mistnet":
-        raise ValueError(
-            "aggregation_algorithm=fedavg is not served by `mistnet cloud`, which trains on split features"
-        )
+    if settings.aggregation_algorithm == "fedavg":
+        async with fedavg_service(settings) as fedavg:
+            yield fedavg
+        return
     torch.manual_seed(settings.seed)
+    if settings.low_memory_training:
+        return_large_frees()  # training's peak memory: see the function
     device = resolve_device(settings.device)
     model = JobModel.from_loaded(load_model(settings.weights, settings.img_size), settings.cut_layer, settings.img_size)
     public_val = discover(settings.public_val) if settings.public_val is not None else []
@@ -89,6 +93,7 @@ async def cloud_service(settings: CloudSettings) -> AsyncIterator[CloudService]:
                 "cut_layer": str(spec.cut_layer),
                 "img_size": str(spec.img_size),
                 "extractor_sha256": spec.extractor_sha256,
+                "algorithm": "mistnet",
             }
         )
         blobs = build_blob_store(settings)
@@ -116,6 +121,7 @@ async def cloud_service(settings: CloudSettings) -> AsyncIterator[CloudService]:
             weight_decay=settings.weight_decay,
             seed=settings.seed,
             img_size=settings.img_size,
+            recompute_activations=settings.low_memory_training,
         )
         trainer = Trainer(model.cloud_part(), config, device)
         runner = RoundRunner(

@@ -13,6 +13,9 @@ from contextlib import AsyncExitStack
 import numpy as np
 
 from mistnet.commands.options import add_settings_flags, settings_from_args
+from producers.edge.extract import extract_workers, prepare_extractor
+from producers.edge.fedavg.bootstrap import build_fedavg_edge
+from producers.edge.fedavg.service import FedAvgEdgeService
 from producers.edge.ledger import LEDGER_FILE, Ledger
 from producers.edge.metrics import EdgeMetrics
 from producers.edge.release import ReleaseSpec
@@ -26,6 +29,7 @@ from shared.config.base import MiB, SettingsError
 from shared.config.edge import EdgeSettings
 from shared.observability.http import MetricsServer
 from shared.observability.logs import configure_logging
+from shared.training.optim import resolve_device
 from shared.wire import names
 from shared.wire.features import ModelSpec
 from shared.yolo.artifact import LoadedModel, extractor_sha256, load_model
@@ -58,7 +62,11 @@ async def serve(settings: EdgeSettings, *, show_progress: bool = False, stop: as
     loop = asyncio.get_running_loop()
     try:
         async with AsyncExitStack() as stack:
-            service = await _build(settings, stack, show_progress)
+            service = await (
+                build_fedavg_edge(settings, stack)
+                if settings.aggregation_algorithm == "fedavg"
+                else _build(settings, stack, show_progress)
+            )
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
                 stack.callback(loop.remove_signal_handler, sig)
@@ -72,7 +80,7 @@ async def serve(settings: EdgeSettings, *, show_progress: bool = False, stop: as
         return 1
 
 
-async def _run_until_stopped(service: EdgeService, stop: asyncio.Event) -> int:
+async def _run_until_stopped(service: EdgeService | FedAvgEdgeService, stop: asyncio.Event) -> int:
     task = asyncio.create_task(service.run(stop))
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -106,6 +114,7 @@ def _load_extractor(settings: EdgeSettings) -> tuple[LoadedModel, EdgeExtractor]
 
 async def _build(settings: EdgeSettings, stack: AsyncExitStack, show_progress: bool) -> EdgeService:
     loaded, extractor = _load_extractor(settings)
+    extractor = prepare_extractor(extractor, resolve_device(settings.device), settings.extract_workers)
     ledger = Ledger(settings.state_dir / LEDGER_FILE, settings.edge)
     stack.callback(ledger.close)
     c, h, w = feature_shape(extractor.arch, settings.cut_layer, settings.img_size)
@@ -169,6 +178,8 @@ async def _build(settings: EdgeSettings, stack: AsyncExitStack, show_progress: b
             "broker": settings.amqp_url_redacted,
             "model": f"{loaded.manifest.arch} cut {settings.cut_layer} at {settings.img_size}",
             "bits_per_image": c * h * w,
+            "device": str(next(extractor.parameters()).device),
+            "extractors": extract_workers(extractor, settings.extract_workers),
             "privacy": settings.privacy.value,
             "epsilon_image": settings.privacy_params.epsilon_image(c * h * w),
             "inline_below_mib": round(settings.inline_threshold_bytes / MiB, 3),

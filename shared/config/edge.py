@@ -89,6 +89,23 @@ class EdgeSettings(CommonSettings):
         description="Images decoded and run through the extractor at a time: memory follows it, not batch_size "
         "(on CPU 1-2 is also the fastest: activations stay in cache; a GPU wants more).",
     )
+    extract_workers: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None,
+        validation_alias=env("extract_workers"),
+        description="Threads running the extractor, a chunk each (unset: one per CPU core, up to 8, each with "
+        "cores/threads torch threads; 1 on a GPU).",
+    )
+
+    max_model_bytes: Annotated[int, Field(ge=1024)] = Field(
+        1 << 30,
+        validation_alias=env("max_model_bytes"),
+        description="FedAvg: largest global model the edge downloads (checked before downloading).",
+    )
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "auto",
+        validation_alias=env("device"),
+        description="Where the edge extracts (and, with FedAvg, fine-tunes): cpu, cuda, or auto (cuda if present).",
+    )
 
     @field_validator("edge")
     @classmethod

@@ -48,6 +48,10 @@ class ValMetrics(BaseModel):
 
 
 class PrivacySummary(BaseModel):
+    """The mechanism and its guarantees; extra fields (FedAvg's ``note``) are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
     mechanism: str
     epsilon: float | None
     epsilon_bit: float | None

@@ -40,6 +40,8 @@ class Reason(StrEnum):
     OVERSIZE = "oversize"
     BAD_TARGETS = "bad-targets"
     MODEL_MISMATCH = "model-mismatch"
+    NON_FINITE = "non-finite"
+    WRONG_ROUND = "wrong-round"
 
 
 class WireError(ValueError):

@@ -67,3 +67,44 @@ def model_prefix(job: str, round_no: int) -> str:
 
 def latest_model_key(job: str) -> str:
     return f"{job}/models/latest.json"
+
+
+# --- FedAvg (aggregation_algorithm=fedavg) -------------------------------------------------------------
+
+
+def control_queue(job: str, edge: str) -> str:
+    """An edge's control inbox (declared by provisioning or the cloud; the edge may only read it)."""
+    return f"mistnet.{job}.control.{edge}"
+
+
+def start_round_message_id(job: str, round_no: int) -> str:
+    """Deterministic id of round ``round_no``'s start-round: a re-publish after a restart has the same id."""
+    return f"start-round:{job}:{round_no}"
+
+
+def stop_message_id(job: str) -> str:
+    return f"stop:{job}"
+
+
+def update_message_id(job: str, edge: str, round_no: int) -> str:
+    """Deterministic id of an edge's FedAvg update for one round."""
+    return f"update:{job}:{edge}:{round_no}"
+
+
+def global_model_prefix(job: str) -> str:
+    """Where the cloud puts the global models edges start FedAvg rounds from."""
+    return f"{job}/fedavg/global/"
+
+
+def global_model_key(job: str, round_no: int) -> str:
+    return f"{global_model_prefix(job)}round-{round_no:04d}/model.safetensors"
+
+
+def update_prefix(job: str, edge: str) -> str:
+    """Object-key prefix of an edge's FedAvg updates; the cloud refuses references outside it."""
+    return f"{job}/updates/{edge}/"
+
+
+def update_object_key(job: str, edge: str, round_no: int, sha256: str) -> str:
+    """Content-addressed key of an edge's update for one round."""
+    return f"{update_prefix(job, edge)}round-{round_no:04d}/{sha256}.safetensors"
