@@ -14,7 +14,7 @@ class CloudMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.batches = Counter("mistnet_cloud_batches_total", "Feature batches by outcome.", ["outcome"], registry=r)
-        for outcome in ("stored", "duplicate", "dead", "requeued"):
+        for outcome in ("stored", "duplicate", "dead", "retried", "requeued"):
             self.batches.labels(outcome)
         self.received_bytes = Counter(
             "mistnet_cloud_received_bytes_total", "Bytes of stored batches (bodies and objects).", registry=r

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Coroutine
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from consumers.cloud.ingest import Delivery, Duplicate, Expectations, Rejected, Stored, dead_letter, ingest
 from consumers.cloud.job import RoundRunner
@@ -23,9 +22,11 @@ from consumers.cloud.metrics import CloudMetrics
 from consumers.cloud.rounds import FinishJob, Progress, RoundPolicy, Wait, decide
 from consumers.cloud.store import EdgeAnnouncement, FeatureStore
 from consumers.cloud.trainer import TrainingInterruptedError
+from consumers.cloud.transient import RequeueError, TransientRetry
+from shared.amqp.connection import close_all, retry_while_queues_recover
 from shared.amqp.publisher import ConfirmedPublisher
 from shared.amqp.topology import QueuePolicy, declare_events_stream, declare_job_queues
-from shared.blob.store import BlobError, BlobStore
+from shared.blob.store import BlobStore
 from shared.config.cloud import CloudSettings
 from shared.wire import names
 from shared.wire.events import EdgeDone, parse_event
@@ -35,11 +36,9 @@ log = logging.getLogger(__name__)
 #: Seconds in-flight ingests get to finish at shutdown before their deliveries are left to requeue.
 _DRAIN_S = 10.0
 _EVENTS_PREFETCH = 64
-_MAX_REQUEUE_DELAY_S = 30.0
-
-
-class _RequeueError(Exception):
-    """A transient failure (S3, disk): the delivery goes back to the queue after a pause."""
+#: Readiness for round 1 is re-read from the store at most this often: each read scans the index, and
+#: re-reading after every stored batch starved ingestion as the store grew (found by tests/soak.py).
+_RECHECK_S = 0.5
 
 
 class CloudService:
@@ -73,7 +72,6 @@ class CloudService:
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._inflight: set[asyncio.Task[Any]] = set()
-        self._requeue_delay_s = 0.5
         self._started = time.monotonic()
 
     def request_stop(self) -> None:
@@ -89,19 +87,11 @@ class CloudService:
 
     async def run(self) -> int:
         """Serve until every round is done (0), or until stopped (0, after a safe shutdown)."""
-        settings = self.settings
-        policy = QueuePolicy(delivery_limit=settings.delivery_limit)
-        channel = await self.connection.channel()
-        await channel.set_qos(prefetch_count=settings.prefetch)
-        inbox = await declare_job_queues(channel, settings.job, policy)
-        events_channel = await self.connection.channel()
-        await events_channel.set_qos(prefetch_count=_EVENTS_PREFETCH)
-        stream = await declare_events_stream(events_channel, policy)
         self.completed_rounds = await asyncio.to_thread(self.runner.resume)
         consumers: list[tuple[AbstractQueue, str]] = []
+        channels: list[AbstractChannel] = []
         try:
-            consumers.append((inbox, await inbox.consume(self._on_feature)))
-            consumers.append((stream, await stream.consume(self._on_event, arguments={"x-stream-offset": "first"})))
+            await retry_while_queues_recover(lambda: self._subscribe(channels, consumers), what="cloud subscriptions")
             if await self._until_stopped(self.runner.publish_pending()):
                 await self._round_loop()
         except TrainingInterruptedError as exc:
@@ -116,10 +106,24 @@ class CloudService:
                     log.warning("could not cancel a consumer", extra={"error": repr(exc)})
             if self._inflight:
                 await asyncio.wait(self._inflight, timeout=_DRAIN_S)
-            for ch in (channel, events_channel):
-                if not ch.is_closed:
-                    await ch.close()
+            await close_all(channels)
         return 0
+
+    async def _subscribe(self, channels: list[AbstractChannel], consumers: list[tuple[AbstractQueue, str]]) -> None:
+        """Declare the job's queues and the events stream and consume both; channels of a failed try are closed."""
+        await close_all(channels)
+        consumers.clear()
+        policy = QueuePolicy(delivery_limit=self.settings.delivery_limit)
+        channel = await self.connection.channel()
+        channels.append(channel)
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        inbox = await declare_job_queues(channel, self.settings.job, policy)
+        events_channel = await self.connection.channel()
+        channels.append(events_channel)
+        await events_channel.set_qos(prefetch_count=_EVENTS_PREFETCH)
+        stream = await declare_events_stream(events_channel, policy)
+        consumers.append((inbox, await inbox.consume(self._on_feature)))
+        consumers.append((stream, await stream.consume(self._on_event, arguments={"x-stream-offset": "first"})))
 
     async def _round_loop(self) -> None:
         last_reason = ""
@@ -152,7 +156,8 @@ class CloudService:
 
     async def _wait_for_change(self, timeout_s: float) -> None:
         waiters = [asyncio.ensure_future(self._changed.wait()), asyncio.ensure_future(self._stop.wait())]
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters[1:], timeout=_RECHECK_S)  # at most one readiness check per _RECHECK_S
+        await asyncio.wait(waiters, timeout=max(timeout_s - _RECHECK_S, 0), return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
         self._changed.clear()
@@ -172,6 +177,16 @@ class CloudService:
 
     # --- feature batches ---------------------------------------------------------------------------
 
+    def _retry(self, context: dict[str, Any]) -> TransientRetry:
+        def on_retry(exc: BaseException, pause: float) -> None:
+            self.metrics.batches.labels("retried").inc()
+            log.warning(
+                "transient ingest failure; retrying",
+                extra={**context, "retry_in_s": round(pause, 2), "error": f"{type(exc).__name__}: {exc}"},
+            )
+
+        return TransientRetry(self.settings.ingest_retry_s, self._stop, on_retry)
+
     async def _on_feature(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         if task is not None:
@@ -179,7 +194,7 @@ class CloudService:
         try:
             async with message.process(requeue=True):
                 await self._ingest(message)
-        except _RequeueError:
+        except RequeueError:
             pass
         except Exception:
             log.exception("ingest failed; the message is requeued", extra={"message_id": message.message_id})
@@ -199,17 +214,11 @@ class CloudService:
         )
         context = {"job": self.settings.job, "message_id": delivery.message_id, "user_id": delivery.user_id}
         try:
-            outcome = await ingest(delivery, self.expect, self.blobs, self.store)
-        except (BlobError, OSError, sqlite3.Error) as exc:
+            outcome = await self._retry(context).run(lambda: ingest(delivery, self.expect, self.blobs, self.store))
+        except RequeueError as exc:
             self.metrics.batches.labels("requeued").inc()
-            log.warning(
-                "transient ingest failure; requeueing",
-                extra={**context, "retry_in_s": self._requeue_delay_s, "error": f"{type(exc).__name__}: {exc}"},
-            )
-            await asyncio.sleep(self._requeue_delay_s)
-            self._requeue_delay_s = min(self._requeue_delay_s * 2, _MAX_REQUEUE_DELAY_S)
-            raise _RequeueError from exc
-        self._requeue_delay_s = 0.5
+            log.warning("transient ingest failure persists; requeueing", extra={**context, "error": str(exc)})
+            raise
         if isinstance(outcome, Rejected):
             await self.publisher.publish(dead_letter(delivery, self.settings.job, outcome))
             self.metrics.batches.labels("dead").inc()

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aio_pika
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from shared.config.base import redact_url
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class BrokerUnavailableError(ConnectionError):
@@ -74,3 +78,37 @@ async def connect(config: BrokerConfig) -> AbstractRobustConnection:
         f"cannot connect to RabbitMQ at {redact_url(config.url)} after {config.connect_attempts} attempts "
         f"({type(last).__name__}: {last}); is it running and are the credentials right?"
     )
+
+
+def is_queue_recovering(error: BaseException) -> bool:
+    """True for the broker's "home node of durable queue ... is down or inaccessible": a queue (a stream
+    or a quorum queue) that is not serving yet just after the broker (re)started; it passes by itself."""
+    return isinstance(error, aio_pika.exceptions.ChannelNotFoundEntity) and "down or inaccessible" in str(error)
+
+
+async def retry_while_queues_recover(
+    setup: Callable[[], Awaitable[T]], *, what: str, timeout_s: float = 120.0, backoff_s: float = 0.5
+) -> T:
+    """Run ``setup`` (which opens its own channels: a refused declare closes its channel) again while
+    the broker reports a queue as still recovering, with back-off, for up to ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    delay = backoff_s
+    while True:
+        try:
+            return await setup()
+        except aio_pika.exceptions.ChannelNotFoundEntity as exc:
+            if not is_queue_recovering(exc) or asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            log.warning(
+                "a queue is not serving yet; retrying", extra={"what": what, "retry_in_s": delay, "error": str(exc)}
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def close_all(channels: list[AbstractChannel]) -> None:
+    """Close the channels still open and empty the list."""
+    for channel in channels:
+        if not channel.is_closed:
+            await channel.close()
+    channels.clear()

@@ -69,7 +69,10 @@ class ConfirmedPublisher:
 
     async def _ready_channel(self) -> AbstractChannel:
         if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            try:
+                self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            except RuntimeError as exc:  # aio-pika's "Connection was not opened" while the robust one reconnects
+                raise ConnectionError(f"the broker connection is being re-established ({exc})") from exc
         return self._channel
 
     async def publish(self, msg: OutgoingMessage) -> None:

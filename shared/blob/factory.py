@@ -19,6 +19,8 @@ def s3_config(settings: CommonSettings) -> S3Config:
         bucket=settings.bucket,
         region=settings.s3_region,
         ca_bundle=settings.s3_ca_bundle,
+        attempts=settings.s3_attempts,
+        timeout_s=settings.s3_timeout_s,
     )
 
 

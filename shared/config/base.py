@@ -71,6 +71,16 @@ class CommonSettings(BaseSettings):
     )
     s3_region: str = Field("us-east-1", validation_alias=env("s3_region"), description="S3 region name.")
     s3_ca_bundle: Path | None = Field(None, validation_alias=env("s3_ca_bundle"), description="CA bundle for https S3.")
+    s3_timeout_s: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = Field(
+        30.0,
+        validation_alias=env("s3_timeout_s"),
+        description="Seconds an S3 call may wait to connect or for each read before it is retried (a stalled server).",
+    )
+    s3_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        6,
+        validation_alias=env("s3_attempts"),
+        description="Tries of each S3 call, with exponential back-off, before it counts as failed.",
+    )
     bucket: str = Field("mistnet", validation_alias=env("bucket"), description="S3 bucket for features and models.")
     weights: str = Field(
         "yolov5n.pt",
@@ -104,8 +114,12 @@ class CommonSettings(BaseSettings):
         validation_alias=env("metrics_port"),
         description="Serve /metrics and /healthz on this port (0: off).",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", validation_alias=env("log_level"))
-    log_format: Literal["text", "json"] = Field("text", validation_alias=env("log_format"))
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", validation_alias=env("log_level"), description="debug, info, warning or error."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", validation_alias=env("log_format"), description="text (key=value) or json (one object a line)."
+    )
 
     @field_validator("job")
     @classmethod

@@ -54,3 +54,75 @@ class TestNoUnpickling:
                     if not (flag and isinstance(flag.value, ast.Constant) and flag.value.value is True):
                         offenders.append(f"{path}:{node.lineno}")
         assert offenders == []
+
+
+def _all_python() -> list[Path]:
+    """Every Python file of the project, tests and deploy scripts included (not the virtual env)."""
+    skip = {".venv", ".git", "build", "dist", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis"}
+    return [p for p in REPO.rglob("*.py") if not skip.intersection(p.relative_to(REPO).parts)]
+
+
+def _name(node: ast.expr) -> str:
+    """``a.b.c`` of an attribute chain or name, else ''."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _name(node.value)
+        return f"{base}.{node.attr}" if base else ""
+    return ""
+
+
+def _offences(node: ast.AST) -> list[str]:
+    """What is wrong with one syntax node, if anything."""
+    found = []
+    if isinstance(node, ast.ImportFrom) and node.module in {"torch", "torch.serialization"}:
+        found += ["imports torch's load by name"] if any(a.name == "load" for a in node.names) else []
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        found += [f"imports {mods}"] if any(m.split(".")[0] in FORBIDDEN_MODULES for m in mods) else []
+    if not isinstance(node, ast.Call):
+        return found
+    called = _name(node.func)
+    keywords = {k.arg: k.value for k in node.keywords}
+    allow = keywords.get("allow_pickle")
+    if called.endswith("load") and isinstance(allow, ast.Constant) and allow.value is True:
+        found.append(f"{called}(allow_pickle=True)")
+    if called.endswith(("read_pickle", "torch.jit.load", "serialization.load")):
+        found.append(f"calls {called}")
+    first = node.args[0] if node.args else None
+    if called in {"__import__", "importlib.import_module"} and isinstance(first, ast.Constant):
+        found += [f"imports {first.value} dynamically"] if str(first.value).split(".")[0] in FORBIDDEN_MODULES else []
+    flag = keywords.get("weights_only")
+    if called == "torch.load" and not (isinstance(flag, ast.Constant) and flag.value is True):
+        found.append("torch.load without weights_only=True")
+    return found
+
+
+class TestNoUnpicklingAnywhere:
+    """Nor do the tests and scripts, and no indirect door is open: aliases, numpy/pandas pickles, dynamic imports."""
+
+    def test_indirect_doors(self) -> None:
+        offenders = [
+            f"{path.relative_to(REPO)}:{getattr(node, 'lineno', 0)} {offence}"
+            for path in _all_python()
+            if path != Path(__file__).resolve()
+            for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            for offence in _offences(node)
+        ]
+        assert offenders == []
+
+    def test_the_scan_sees_each_door(self) -> None:
+        doors = [
+            "import pickle",
+            "from torch import load",
+            "np.load(f, allow_pickle=True)",
+            "pd.read_pickle(f)",
+            "__import__('marshal')",
+            "torch.load(f)",
+            "torch.load(f, weights_only=False)",
+        ]
+        assert [door for door in doors if not _call_offences(door)] == []
+
+
+def _call_offences(source: str) -> list[str]:
+    return [o for node in ast.walk(ast.parse(source)) for o in _offences(node)]
