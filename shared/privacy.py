@@ -14,8 +14,11 @@ from enum import StrEnum
 
 import numpy as np
 
-#: Uniforms drawn at a time; bounds the temporary float32 buffer to 16 MiB.
+#: Uniforms drawn at a time; bounds the temporary float32 buffer to 16 MiB (a multiple of 8: whole bytes).
 _CHUNK_BITS = 1 << 22
+#: Flip probabilities at or below this are drawn sparsely (a binomial count at uniform positions).
+#: numpy draws distinct positions in O(count) only while count <= n/50 (Floyd's algorithm).
+_SPARSE_BELOW = 1 / 64
 
 
 class Mechanism(StrEnum):
@@ -75,8 +78,10 @@ def privacy_params(mechanism: Mechanism | str, epsilon: float | None) -> Privacy
         raise ValueError(f"epsilon must be a finite number > 0 for mechanism {mech.value}, got {epsilon}")
     if mech is Mechanism.RR_SYM:
         # 1 / (1 + e^-x) is e^x / (1 + e^x) without overflow for large ε.
+        # q = e^-x / (1 + e^-x) directly: 1 - p would round to 0 once ε/2 passes ~37.
         p = 1.0 / (1.0 + math.exp(-epsilon / 2))
-        return PrivacyParams(mech, epsilon, p, 1.0 - p, epsilon / 2)
+        q = 1.0 / (1.0 + math.exp(epsilon / 2)) if epsilon / 2 < 700 else 0.0
+        return PrivacyParams(mech, epsilon, p, q, epsilon / 2)
     # ln(p/q) = ln((e^ε + 1) / 2); ln((1-q)/(1-p)) = ln(2 e^ε / (e^ε + 1)).
     log_sum = _log1p_exp(epsilon)
     epsilon_bit = max(log_sum - math.log(2), math.log(2) + epsilon - log_sum)
@@ -86,18 +91,75 @@ def privacy_params(mechanism: Mechanism | str, epsilon: float | None) -> Privacy
 def randomize_bits(bits: np.ndarray, params: PrivacyParams, rng: np.random.Generator) -> np.ndarray:
     """Randomised response on a bool array of any shape; returns a new bool array of that shape.
 
-    Uniforms are float32, so probabilities are applied at 2^-24 resolution (a flip probability
-    below that is never drawn: ε = 100 with ``rr-sym`` releases the bits unchanged).
+    Rows along the first axis draw their noise in turn (see :func:`randomize_packed`).
     """
     if bits.dtype != np.bool_:
         raise TypeError(f"bits must be a bool array, got {bits.dtype}")
-    if params.mechanism is Mechanism.NONE:
+    if bits.size == 0:
         return bits.copy()
-    flat = bits.reshape(-1)
-    out = np.empty_like(flat)
-    p, q = np.float32(params.p), np.float32(params.q)
-    for start in range(0, flat.size, _CHUNK_BITS):
-        chunk = flat[start : start + _CHUNK_BITS]
-        u = rng.random(chunk.size, dtype=np.float32)
-        out[start : start + chunk.size] = np.where(chunk, u < p, u < q)
-    return out.reshape(bits.shape)
+    rows = bits.reshape(bits.shape[0] if bits.ndim > 1 else 1, -1)
+    width = rows.shape[1]
+    packed = randomize_packed(np.packbits(rows, axis=1), params, rng, bits=width)
+    return np.unpackbits(packed, axis=1, count=width).view(np.bool_).reshape(bits.shape)
+
+
+def randomize_packed(
+    packed: np.ndarray, params: PrivacyParams, rng: np.random.Generator, *, bits: int | None = None
+) -> np.ndarray:
+    """Randomised response on ``(R, B) uint8`` rows of packed bits (``np.packbits`` order); a new array.
+
+    ``bits``: the real bits of a row (default ``8·B``); pad bits at a row's end stay 0. Each bit flips
+    independently: 0 -> 1 with probability ``q``, 1 -> 0 with ``1 - p``. Where the flip probability is
+    small the flips are drawn exactly as they are distributed, a binomial count of them at distinct
+    uniform positions (O(flips), not O(bits)); otherwise one float32 uniform per bit decides (2^-24
+    resolution). Rows draw their noise one after another, so rows randomised over several calls with
+    one generator get exactly what a single call would give them.
+    """
+    if packed.dtype != np.uint8 or packed.ndim != 2:
+        raise TypeError(f"packed bits must be a 2-D uint8 array, got {packed.ndim}-D {packed.dtype}")
+    width = packed.shape[1] * 8 if bits is None else bits
+    if not (packed.shape[1] - 1) * 8 < width <= packed.shape[1] * 8:
+        raise ValueError(f"{width} bits do not fill rows of {packed.shape[1]} bytes")
+    out = packed.copy()
+    if params.mechanism is Mechanism.NONE or width == 0:
+        return out
+    sparse = params.q <= _SPARSE_BELOW
+    for row in out:
+        if sparse:
+            _flip_sparse(row, width, params, rng)
+        else:
+            _flip_dense(row, width, params, rng)
+    return out
+
+
+def _flip_sparse(row: np.ndarray, width: int, params: PrivacyParams, rng: np.random.Generator) -> None:
+    """In place: i.i.d. Bernoulli(q) flips drawn as Binomial(width, q) distinct uniform positions."""
+    if params.mechanism is Mechanism.RR_OPT:
+        # Ones are kept with p = 1/2: a random bit each (pad bits stay 0: they are 0 in ``row``).
+        original = row.copy()
+        row &= np.frombuffer(rng.bytes(row.size), dtype=np.uint8)
+    count = int(rng.binomial(width, params.q))
+    if count == 0:
+        return
+    positions = rng.choice(width, size=count, replace=False, shuffle=False)
+    where, value = positions >> 3, (0x80 >> (positions & 7)).astype(np.uint8)
+    if params.mechanism is Mechanism.RR_SYM:
+        np.bitwise_xor.at(row, where, value)  # p = 1 - q: ones and zeros flip alike
+    else:
+        zero = (original[where] & value) == 0  # only zeros turn into ones; ones were decided above
+        np.bitwise_or.at(row, where[zero], value[zero])
+
+
+def _flip_dense(row: np.ndarray, width: int, params: PrivacyParams, rng: np.random.Generator) -> None:
+    """In place: one float32 uniform per bit, ``_CHUNK_BITS`` at a time (bounded temporary memory)."""
+    q = np.float32(params.q)
+    for start in range(0, width, _CHUNK_BITS):
+        count = min(_CHUNK_BITS, width - start)
+        segment = row[start // 8 : (start + count + 7) // 8]
+        bits = np.unpackbits(segment, count=count).view(np.bool_)
+        u = rng.random(count, dtype=np.float32)
+        if params.mechanism is Mechanism.RR_SYM:
+            released = bits ^ (u < q)
+        else:
+            released = (u < q) | (bits & (u < np.float32(params.p)))
+        segment[:] = np.packbits(released)

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from consumers.cloud.store import StoredBatch
 
@@ -59,7 +60,7 @@ class FeatureLoader:
     the following step, so a step's ``features`` stay valid until then.
     """
 
-    def __init__(self, batches: Sequence[StoredBatch], batch_size: int, prefetch: int = 2):
+    def __init__(self, batches: Sequence[StoredBatch], batch_size: int, prefetch: int = 2, *, pin_memory: bool = False):
         if not batches:
             raise ValueError("no stored batches to load")
         shapes = {batch.shape[1:] for batch in batches}
@@ -69,7 +70,13 @@ class FeatureLoader:
         self.chw = shapes.pop()
         self.image_bytes = int(np.prod(self.chw)) // 8
         self.prefetch = prefetch
-        self._buffers = [np.empty((batch_size, *self.chw), dtype=np.float32) for _ in range(prefetch + 1)]
+        # Pinned (page-locked) buffers let a GPU copy them without blocking; only with CUDA present.
+        # No step holds more images than there are, so a small validation set gets small buffers.
+        batch_size = min(batch_size, sum(batch.shape[0] for batch in batches))
+        shape = (batch_size, *self.chw)
+        self._buffers = [
+            torch.empty(shape, dtype=torch.float32, pin_memory=pin_memory).numpy() for _ in range(prefetch + 1)
+        ]
         self._packed = [np.empty(batch_size * self.image_bytes, dtype=np.uint8) for _ in range(prefetch + 1)]
         self._targets = [_targets_per_image(batch) for batch in batches]
 

@@ -59,7 +59,7 @@ def evaluate_private(
 def evaluate_public(
     full: YoloSegment,
     *,
-    cut_layer: int,
+    cut_layer: int | None,
     samples: Sequence[Sample],
     img_size: int,
     batch_size: int,
@@ -68,9 +68,10 @@ def evaluate_public(
     """mAP of the deployed pipeline (edge part -> bits ``x > 0`` -> cloud part) on a labelled folder.
 
     Images are letterboxed square at ``img_size`` as the edges do; no randomisation is applied.
+    ``cut_layer`` None: the whole model on the images (FedAvg's deployed pipeline).
     """
     if not samples:
         return None
-    predictor = build_predictor(full, cut_layer, "bits")
+    predictor = build_predictor(full, cut_layer, "none" if cut_layer is None else "bits")
     batches = iter_batches(samples, img_size, batch_size, on_error="skip", num_classes=full.arch.nc)
     return _val_metrics(evaluate_batches(predictor, _until(stop, batches)))

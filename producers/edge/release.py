@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from producers.edge.ledger import OutboxRecord, Split
-from shared.privacy import PrivacyParams, randomize_bits
+from shared.privacy import PrivacyParams, randomize_packed
 from shared.wire import names
 from shared.wire.features import (
     MESSAGE_TYPE,
@@ -22,7 +22,6 @@ from shared.wire.features import (
     PrivacyBlock,
     encode_batch,
     encode_targets,
-    pack_bits,
     sha256_hex,
 )
 
@@ -53,12 +52,14 @@ def batch_rng(seeds: np.random.SeedSequence, seq: int) -> np.random.Generator:
 def randomize_and_pack(bits: np.ndarray, spec: ReleaseSpec, rng: np.random.Generator) -> bytes:
     """``(N, C, H, W) bool`` -> randomised, packed bytes; pieces of one batch concatenate exactly.
 
-    C·H·W is a multiple of 8 (channel counts are), so each image fills whole bytes.
+    C·H·W is a multiple of 8 (channel counts are), so each image fills whole bytes: the bits are packed
+    first and randomised in packed form, an image (row) at a time.
     """
     if bits.ndim != 4 or bits.dtype != np.bool_ or tuple(bits.shape[1:]) != spec.feature_shape:
         raise ValueError(f"bits must be (N, *{spec.feature_shape}) bool, got {bits.shape} {bits.dtype}")
     assert spec.bits_per_image % 8 == 0, "an image must fill whole bytes"
-    return pack_bits(randomize_bits(bits, spec.privacy, rng))
+    packed = np.packbits(bits.reshape(bits.shape[0], spec.bits_per_image), axis=1)
+    return randomize_packed(packed, spec.privacy, rng).tobytes()
 
 
 def build_message(

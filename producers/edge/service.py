@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from producers.edge.batching import BatchEncoder, Staged
 from producers.edge.done import done_message_id, edge_done_event
-from producers.edge.extract import extract_pieces
+from producers.edge.extract import extract_pieces, extract_workers
 from producers.edge.intake import Candidate, Intake, ScanResult
 from producers.edge.ledger import Ledger, OutboxRecord
 from producers.edge.metrics import EdgeMetrics
@@ -146,6 +146,7 @@ class EdgeService:
             workers=s.workers,
             num_classes=self._num_classes,
             stop=stopping,
+            extractors=extract_workers(self._c.extractor, s.extract_workers),
         )
         first_seq = await asyncio.to_thread(self._c.ledger.next_seq, s.job)
         encoder = BatchEncoder(self._spec, self._seeds, first_seq=first_seq, batch_size=s.batch_size, clock=self._clock)

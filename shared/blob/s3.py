@@ -121,19 +121,30 @@ class S3BlobStore:
         return int(head["ContentLength"])
 
     async def get(self, key: str, max_bytes: int) -> bytes:
-        """The object's bytes; its size is checked before downloading and while reading."""
-        size = await self.size(key)
-        if size > max_bytes:
-            raise BlobTooLargeError(f"object {self.uri(key)} is {size} bytes, more than the {max_bytes} allowed")
+        """The object's bytes; its size is checked before downloading (from the response headers, in the
+        same request) and while reading."""
+        check_key(key)
+        too_large: list[int] = []
 
         def read() -> bytes:
-            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            data: bytes = body.read(max_bytes + 1)
-            body.close()
-            return data
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            body = response["Body"]
+            try:
+                size = int(response.get("ContentLength", 0))
+                if size > max_bytes:
+                    too_large.append(size)
+                    return b""
+                data: bytes = body.read(max_bytes + 1)
+                return data
+            finally:
+                body.close()
 
         started = time.perf_counter()
         data = await self._retry(f"get {self.uri(key)}", read)
+        if too_large:
+            raise BlobTooLargeError(
+                f"object {self.uri(key)} is {too_large[0]} bytes, more than the {max_bytes} allowed"
+            )
         self.get_seconds += time.perf_counter() - started
         if len(data) > max_bytes:
             raise BlobTooLargeError(f"object {self.uri(key)} grew past the {max_bytes} bytes allowed")

@@ -60,7 +60,12 @@ def images_to_tensor(images: Sequence[np.ndarray], *, uint8: bool = False) -> to
 
     ``uint8=True`` keeps ``(N, 3, H, W) uint8`` RGB (a quarter of the memory; divide by 255 before use).
     """
-    stacked = torch.from_numpy(np.ascontiguousarray(np.stack(images)[..., ::-1].transpose(0, 3, 1, 2)))
+    h, w = images[0].shape[:2] if images else (0, 0)
+    stacked = torch.empty((len(images), 3, h, w), dtype=torch.uint8)
+    planes = stacked.numpy()
+    for i, image in enumerate(images):
+        for c in range(3):  # one strided copy per plane: BGR HWC -> RGB CHW without a stacked temporary
+            planes[i, c] = image[:, :, 2 - c]
     return stacked if uint8 else stacked.float().div_(255.0)
 
 
