@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mistnet.demo.main", "run a whole job on this machine and write a report"),
     "bench": ("mistnet.bench.main", "performance suite: the bars of DESIGN §9 as measured ratios"),
     "compare": ("mistnet.compare.main", "MistNet vs FedAvg vs centralised report, with a privacy audit"),
+    "audit": ("mistnet.audit.main", "feature-inversion attack on released bits: SSIM/PSNR per privacy setting"),
 }
 
 

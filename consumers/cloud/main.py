@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,6 +28,7 @@ from shared.blob.s3 import S3BlobStore
 from shared.blob.store import BlobError
 from shared.config.cloud import CloudSettings
 from shared.dataset.sources import DatasetError, discover
+from shared.lifecycle import install_stop_signals
 from shared.observability.http import MetricsServer
 from shared.observability.logs import configure_logging
 from shared.yolo.artifact import load_model
@@ -58,10 +58,11 @@ async def serve(settings: CloudSettings) -> int:
     try:
         async with cloud_service(settings) as service:
             started = True
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, service.request_stop)
-            return await service.run()
+            shutting_down = install_stop_signals(asyncio.get_running_loop(), service.request_stop)
+            try:
+                return await service.run()
+            finally:
+                shutting_down()
     except _STARTUP_ERRORS as exc:
         if started:
             raise

@@ -1,4 +1,8 @@
-"""Daemons of the demo as child processes: started with their own identity, logged to files, stopped cleanly."""
+"""Daemons of the demo as child processes: started with their own identity, logged to files, stopped cleanly.
+
+Each child is reaped with ``wait4`` so that its CPU time and peak memory are known exactly when it exits
+(the comparison report needs both for the edges).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,26 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass
+class Usage:
+    """What a child used: CPU seconds (user + system), peak resident memory, wall seconds."""
+
+    cpu_seconds: float = 0.0
+    peak_rss_bytes: int = 0
+    wall_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
 
 
 @dataclass
@@ -18,10 +39,21 @@ class Daemon:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    started: float = field(default_factory=time.monotonic)
+    usage: Usage | None = None
 
     @property
     def returncode(self) -> int | None:
-        return self.process.poll()
+        """The exit code once the child ended (reaping it and recording its usage), else None."""
+        if self.process.returncode is None:
+            pid, status, rusage = os.wait4(self.process.pid, os.WNOHANG)
+            if pid == 0:
+                return None
+            self.process.returncode = os.waitstatus_to_exitcode(status)
+            self.usage = Usage(
+                rusage.ru_utime + rusage.ru_stime, rusage.ru_maxrss * 1024, time.monotonic() - self.started
+            )
+        return self.process.returncode
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -29,16 +61,20 @@ class Daemon:
         except OSError:
             return ""
 
+    def wait(self, timeout_s: float) -> int | None:
+        deadline = time.monotonic() + timeout_s
+        while (code := self.returncode) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return code
+
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout_s``; the exit code."""
-        if self.process.poll() is None:
+        if self.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
+            if self.wait(timeout_s) is None:
                 self.process.kill()
-                self.process.wait(timeout=10)
-        return int(self.process.returncode)
+                self.wait(10)
+        return int(self.process.returncode if self.process.returncode is not None else -9)
 
 
 def start_daemon(name: str, args: Sequence[str], env: Mapping[str, str], log_dir: Path) -> Daemon:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from aio_pika.abc import AbstractIncomingMessage
 
 from mistnet.demo.assets import Assets
-from mistnet.demo.partition import partition, write_index
+from mistnet.demo.partition import Partition, partition, write_index
 from mistnet.demo.processes import Daemon, start_daemon
 from mistnet.demo.report import round_rows, text_table
 from mistnet.demo.services import S3Server, ServiceError, ensure_rabbitmq, ensure_s3
@@ -57,6 +57,8 @@ class DemoConfig:
     admin_amqp_url: str
     management_url: str
     s3_port: int
+    algorithm: str = "mistnet"
+    report: bool = True
 
 
 class _Clock:
@@ -103,6 +105,7 @@ def _common_env(cfg: DemoConfig, s3: S3Server | None, bucket: str, weights: Path
         "MISTNET_PRIVACY": cfg.privacy,
         "EPSILON": str(cfg.epsilon),
         "BATCH_SIZE": str(cfg.batch_size),
+        "AGGREGATION_ALGORITHM": cfg.algorithm,
         "MISTNET_BLOB_STORE": cfg.blob_store,
         "MISTNET_BUCKET": bucket,
         "MISTNET_LOG_LEVEL": "info",
@@ -231,52 +234,78 @@ async def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                 logs,
             )
         )
-        for edge in EDGES:
-            edge_env = {
-                **env,
-                "MISTNET_AMQP_URL": _vhost_url(cfg.admin_amqp_url, vhost, edge, creds[edge].password),
-                "MISTNET_EDGE": edge,
-            }
-            daemons.append(
-                start_daemon(
-                    edge,
-                    [
-                        "edge",
-                        "--data",
-                        str(write_index(parts.edges[edge], data / f"{edge}.txt")),
-                        "--once",
-                        "--state-dir",
-                        str(cfg.workdir / f"{edge}-state"),
-                        "--val-fraction",
-                        str(cfg.val_fraction),
-                    ],
-                    edge_env,
-                    logs,
-                )
-            )
+        daemons.extend(_start_edges(cfg, env, vhost=vhost, creds=creds, parts=parts, data=data, logs=logs))
         clock.say("started the cloud and two edges (logs in logs/); following mistnet.events")
         events = await _follow(cfg, admin_url, daemons, clock)
         for daemon in daemons:
             code = daemon.stop()
             if code != 0:
                 raise RuntimeError(f"{daemon.name} exited with {code}; see {daemon.log_path}")
-        report = write_report(cfg, events, model_dir, parts.held_out, cfg.workdir / "report")
-        clock.say(f"report: {report}")
+        summary = _summary(cfg, clock, vhost, daemons, events)
+        if cfg.report:
+            report = write_report(cfg, events, model_dir, parts.held_out, cfg.workdir / "report")
+            clock.say(f"report: {report}")
+            summary["report"] = str(report)
+        else:
+            summary["events"] = events
         clock.say(f"queues stay in vhost {vhost}: {cfg.management_url}/#/queues (filter: {cfg.job})")
-        return {
-            "job": cfg.job,
-            "vhost": vhost,
-            "workdir": str(cfg.workdir),
-            "report": str(report),
-            "seconds": round(time.monotonic() - clock.start, 1),
-            "rounds": round_rows([e for e in events if e.get("type") == "round.completed"]),
-        }
+        return summary
     finally:
         for daemon in daemons:
             with contextlib.suppress(Exception):
                 daemon.stop(timeout_s=30)
         if s3 is not None:
             s3.stop()
+
+
+def _start_edges(
+    cfg: DemoConfig,
+    env: dict[str, str],
+    *,
+    vhost: str,
+    creds: dict[str, Credentials],
+    parts: Partition,
+    data: Path,
+    logs: Path,
+) -> list[Daemon]:
+    started = []
+    for edge in EDGES:
+        edge_env = {
+            **env,
+            "MISTNET_AMQP_URL": _vhost_url(cfg.admin_amqp_url, vhost, edge, creds[edge].password),
+            "MISTNET_EDGE": edge,
+        }
+        started.append(
+            start_daemon(
+                edge,
+                [
+                    "edge",
+                    "--data",
+                    str(write_index(parts.edges[edge], data / f"{edge}.txt")),
+                    "--once",
+                    "--state-dir",
+                    str(cfg.workdir / f"{edge}-state"),
+                    "--val-fraction",
+                    str(cfg.val_fraction),
+                ],
+                edge_env,
+                logs,
+            )
+        )
+    return started
+
+
+def _summary(
+    cfg: DemoConfig, clock: _Clock, vhost: str, daemons: list[Daemon], events: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "job": cfg.job,
+        "vhost": vhost,
+        "workdir": str(cfg.workdir),
+        "seconds": round(time.monotonic() - clock.start, 1),
+        "rounds": round_rows([e for e in events if e.get("type") == "round.completed"]),
+        "usage": {d.name: d.usage.to_dict() for d in daemons if d.usage is not None},
+    }
 
 
 def _s3_keys() -> tuple[str | None, str | None]:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from contextlib import AsyncExitStack
 
@@ -27,6 +26,7 @@ from shared.blob.factory import build_blob_store
 from shared.blob.store import BlobStore
 from shared.config.base import MiB, SettingsError
 from shared.config.edge import EdgeSettings
+from shared.lifecycle import install_stop_signals
 from shared.observability.http import MetricsServer
 from shared.observability.logs import configure_logging
 from shared.training.optim import resolve_device
@@ -67,9 +67,7 @@ async def serve(settings: EdgeSettings, *, show_progress: bool = False, stop: as
                 if settings.aggregation_algorithm == "fedavg"
                 else _build(settings, stack, show_progress)
             )
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-                stack.callback(loop.remove_signal_handler, sig)
+            stack.callback(install_stop_signals(loop, stop.set))  # runs first at exit: before the cleanup
             return await _run_until_stopped(service, stop)
     except SettingsError as exc:
         log.error("%s", exc, extra=extra)
