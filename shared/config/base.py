@@ -49,6 +49,13 @@ class CommonSettings(BaseSettings):
     amqp_key_file: Path | None = Field(
         None, validation_alias=env("amqp_key_file"), description="Client key for amqps://."
     )
+    connect_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        10,
+        validation_alias=env("connect_attempts"),
+        description="Tries to reach the broker at start, with back-off doubling from 0.5 s to 10 s (10: about a "
+        "minute); after that the daemon exits 1 for its supervisor to restart it. Once connected it reconnects "
+        "by itself.",
+    )
     blob_store: str = Field(
         "s3",
         validation_alias=env("blob_store"),

@@ -72,9 +72,6 @@ class EdgeSettings(CommonSettings):
         validation_alias=env("publish_attempts"),
         description="Tries per message (with back-off) before the daemon stops; the outbox keeps it.",
     )
-    connect_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
-        5, validation_alias=env("connect_attempts"), description="Tries to reach the broker at start."
-    )
     re_release: bool = Field(
         False,
         validation_alias=env("re_release"),

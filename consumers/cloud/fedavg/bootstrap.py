@@ -54,6 +54,7 @@ async def fedavg_service(settings: CloudSettings) -> AsyncIterator[FedAvgService
             BrokerConfig(
                 settings.amqp_url.get_secret_value(),
                 name=f"mistnet-cloud-{settings.job}",
+                connect_attempts=settings.connect_attempts,
                 ca_file=settings.amqp_ca_file,
                 cert_file=settings.amqp_cert_file,
                 key_file=settings.amqp_key_file,

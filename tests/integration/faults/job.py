@@ -42,7 +42,7 @@ EDGE_FLAGS = {
     "s3-timeout-s": 2,
     "s3-attempts": 15,
 }
-CLOUD_FLAGS = {"s3-timeout-s": 2, "s3-attempts": 15}
+CLOUD_FLAGS = {"s3-timeout-s": 2, "s3-attempts": 15, "connect-attempts": 20}
 
 
 @dataclass(frozen=True)

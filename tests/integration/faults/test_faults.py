@@ -86,6 +86,7 @@ class TestBrokerRestart:
 
     async def test_stop_app_start_app(self, fault_job: FaultJob) -> None:
         cloud, edge_a, edge_b = await fault_job.start_all()
+        await cloud.wait_log(logged("cloud started"), 120)  # a restart of a running job, not a slow start
         await edge_a.wait_log(CONFIRMED, 90)
         freeze(edge_a, edge_b)
         started = time.time()
