@@ -1,7 +1,9 @@
 """Daemons of the demo as child processes: started with their own identity, logged to files, stopped cleanly.
 
-Each child is reaped with ``wait4`` so that its CPU time and peak memory are known exactly when it exits
-(the comparison report needs both for the edges).
+Each child is reaped with ``wait4`` so that its CPU time is known exactly when it exits (the comparison
+report needs it for the edges). Its peak memory is the kernel's high-water mark (``VmHWM``) of the child's
+own program, sampled while it runs: ``ru_maxrss`` would not do, because Linux carries the parent's
+high-water mark over a fork and exec into the child's.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +42,18 @@ class Daemon:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    argv: Sequence[str] = ()
     started: float = field(default_factory=time.monotonic)
     usage: Usage | None = None
+    peak_rss_bytes: int = 0
+
+    def watch_memory(self, every_s: float = 0.2) -> None:
+        """Sample the child's ``VmHWM`` until it exits (from a thread: see :func:`start_daemon`)."""
+        while self.process.returncode is None:
+            hwm = _high_water_mark(self.process.pid, self.argv)
+            if hwm is not None:
+                self.peak_rss_bytes = max(self.peak_rss_bytes, hwm)
+            time.sleep(every_s)
 
     @property
     def returncode(self) -> int | None:
@@ -50,9 +63,7 @@ class Daemon:
             if pid == 0:
                 return None
             self.process.returncode = os.waitstatus_to_exitcode(status)
-            self.usage = Usage(
-                rusage.ru_utime + rusage.ru_stime, rusage.ru_maxrss * 1024, time.monotonic() - self.started
-            )
+            self.usage = Usage(rusage.ru_utime + rusage.ru_stime, self.peak_rss_bytes, time.monotonic() - self.started)
         return self.process.returncode
 
     def log_tail(self, lines: int = 15) -> str:
@@ -84,8 +95,22 @@ def start_daemon(name: str, args: Sequence[str], env: Mapping[str, str], log_dir
     child_env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MISTNET_")}
     child_env.update(env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    argv = [sys.executable, "-m", "mistnet.cli", *args]
     with log_path.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "mistnet.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=child_env
-        )
-    return Daemon(name, process, log_path)
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=child_env)  # noqa: S603
+    daemon = Daemon(name, process, log_path, argv)
+    threading.Thread(target=daemon.watch_memory, name=f"rss-{name}", daemon=True).start()
+    return daemon
+
+
+def _high_water_mark(pid: int, argv: Sequence[str]) -> int | None:
+    """``VmHWM`` in bytes once ``pid`` runs ``argv`` (before its exec it is still a copy of us); None if gone."""
+    try:
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] != [os.fsencode(a) for a in argv]:
+            return None
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None

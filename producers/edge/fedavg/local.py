@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 from producers.edge.intake import file_digest, split_of
 from producers.edge.ledger import Ledger
 from shared.dataset.sources import Sample, discover
+from shared.observability.memory import peak_rss_bytes
 from shared.training.fedavg import delta_state, serialize_update
 from shared.training.flops import conv_macs_per_image, training_flops
 from shared.training.full import FullTrainConfig, train_full
@@ -142,7 +142,7 @@ def compute_update(
         skipped_steps=result.skipped_steps,
         train_s=result.seconds,
         flops=training_flops(macs, result.images),
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes=peak_rss_bytes(),
     )
 
 
