@@ -21,7 +21,7 @@ from consumers.cloud.service import CloudService
 from consumers.cloud.store import FeatureStore, StoreError
 from consumers.cloud.trainer import TrainConfig, Trainer, resolve_device, return_large_frees
 from mistnet.commands.options import add_settings_flags, settings_from_args
-from shared.amqp.connection import BrokerConfig, BrokerUnavailableError, connect
+from shared.amqp.connection import BrokerUnavailableError, broker_config, connect
 from shared.amqp.publisher import ConfirmedPublisher
 from shared.blob.factory import build_blob_store
 from shared.blob.s3 import S3BlobStore
@@ -100,16 +100,7 @@ async def cloud_service(settings: CloudSettings) -> AsyncIterator[CloudService |
         blobs = build_blob_store(settings)
         if isinstance(blobs, S3BlobStore):
             await blobs.ensure_bucket()
-        connection = await connect(
-            BrokerConfig(
-                settings.amqp_url.get_secret_value(),
-                name=f"mistnet-cloud-{settings.job}",
-                connect_attempts=settings.connect_attempts,
-                ca_file=settings.amqp_ca_file,
-                cert_file=settings.amqp_cert_file,
-                key_file=settings.amqp_key_file,
-            )
-        )
+        connection = await connect(broker_config(settings, f"mistnet-cloud-{settings.job}"))
         stack.push_async_callback(connection.close)
         publisher = ConfirmedPublisher(connection)
         stack.push_async_callback(publisher.close)

@@ -19,7 +19,7 @@ from producers.edge.ledger import LEDGER_FILE, Ledger
 from producers.edge.metrics import EdgeMetrics
 from producers.edge.release import ReleaseSpec
 from producers.edge.service import EdgeClients, EdgeService
-from shared.amqp.connection import BrokerConfig, connect
+from shared.amqp.connection import broker_config, connect
 from shared.amqp.publisher import ConfirmedPublisher
 from shared.amqp.topology import check_exchanges
 from shared.blob.factory import build_blob_store
@@ -116,16 +116,7 @@ async def _build(settings: EdgeSettings, stack: AsyncExitStack, show_progress: b
     ledger = Ledger(settings.state_dir / LEDGER_FILE, settings.edge)
     stack.callback(ledger.close)
     c, h, w = feature_shape(extractor.arch, settings.cut_layer, settings.img_size)
-    connection = await connect(
-        BrokerConfig(
-            settings.amqp_url.get_secret_value(),
-            name=f"mistnet-edge-{settings.edge}",
-            ca_file=settings.amqp_ca_file,
-            cert_file=settings.amqp_cert_file,
-            key_file=settings.amqp_key_file,
-            connect_attempts=settings.connect_attempts,
-        )
-    )
+    connection = await connect(broker_config(settings, f"mistnet-edge-{settings.edge}"))
     stack.push_async_callback(connection.close)
     channel = await connection.channel()
     await check_exchanges(channel)  # the edge may not declare: provisioning (or the cloud) does

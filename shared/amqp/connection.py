@@ -13,7 +13,7 @@ from typing import TypeVar
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from shared.config.base import redact_url
+from shared.config.base import CommonSettings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,18 @@ class BrokerConfig:
         if self.cert_file:
             context.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
         return context
+
+
+def broker_config(settings: CommonSettings, name: str) -> BrokerConfig:
+    """A daemon's broker connection as its settings describe it (URL, TLS files, tries at start)."""
+    return BrokerConfig(
+        settings.amqp_url.get_secret_value(),
+        name=name,
+        ca_file=settings.amqp_ca_file,
+        cert_file=settings.amqp_cert_file,
+        key_file=settings.amqp_key_file,
+        connect_attempts=settings.connect_attempts,
+    )
 
 
 async def connect(config: BrokerConfig) -> AbstractRobustConnection:

@@ -9,7 +9,7 @@ from producers.edge.fedavg.outbox import UpdateOutbox
 from producers.edge.fedavg.service import FedAvgEdgeClients, FedAvgEdgeService
 from producers.edge.ledger import LEDGER_FILE, Ledger
 from producers.edge.metrics import EdgeMetrics
-from shared.amqp.connection import BrokerConfig, connect
+from shared.amqp.connection import broker_config, connect
 from shared.amqp.publisher import ConfirmedPublisher
 from shared.amqp.topology import check_exchanges
 from shared.blob.factory import build_blob_store
@@ -28,16 +28,7 @@ async def build_fedavg_edge(settings: EdgeSettings, stack: AsyncExitStack) -> Fe
     stack.callback(ledger.close)
     outbox = UpdateOutbox(settings.state_dir / LEDGER_FILE)
     stack.callback(outbox.close)
-    connection = await connect(
-        BrokerConfig(
-            settings.amqp_url.get_secret_value(),
-            name=f"mistnet-edge-{settings.edge}",
-            ca_file=settings.amqp_ca_file,
-            cert_file=settings.amqp_cert_file,
-            key_file=settings.amqp_key_file,
-            connect_attempts=settings.connect_attempts,
-        )
-    )
+    connection = await connect(broker_config(settings, f"mistnet-edge-{settings.edge}"))
     stack.push_async_callback(connection.close)
     channel = await connection.channel()
     await check_exchanges(channel)  # the edge may not declare: provisioning (or the cloud) does
