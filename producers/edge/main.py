@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 import numpy as np
 
 from mistnet.commands.options import add_settings_flags, settings_from_args
+from producers.edge.broker import open_broker
 from producers.edge.extract import extract_workers, prepare_extractor
 from producers.edge.fedavg.bootstrap import build_fedavg_edge
 from producers.edge.fedavg.service import FedAvgEdgeService
@@ -19,9 +20,6 @@ from producers.edge.ledger import LEDGER_FILE, Ledger
 from producers.edge.metrics import EdgeMetrics
 from producers.edge.release import ReleaseSpec
 from producers.edge.service import EdgeClients, EdgeService
-from shared.amqp.connection import broker_config, connect
-from shared.amqp.publisher import ConfirmedPublisher
-from shared.amqp.topology import check_exchanges
 from shared.blob.factory import build_blob_store
 from shared.blob.store import BlobStore
 from shared.config.base import MiB, SettingsError
@@ -116,15 +114,7 @@ async def _build(settings: EdgeSettings, stack: AsyncExitStack, show_progress: b
     ledger = Ledger(settings.state_dir / LEDGER_FILE, settings.edge)
     stack.callback(ledger.close)
     c, h, w = feature_shape(extractor.arch, settings.cut_layer, settings.img_size)
-    connection = await connect(broker_config(settings, f"mistnet-edge-{settings.edge}"))
-    stack.push_async_callback(connection.close)
-    channel = await connection.channel()
-    await check_exchanges(channel)  # the edge may not declare: provisioning (or the cloud) does
-    await channel.close()
-    publisher = ConfirmedPublisher(
-        connection, confirm_timeout_s=settings.confirm_timeout_s, attempts=settings.publish_attempts
-    )
-    stack.push_async_callback(publisher.close)
+    connection, publisher = await open_broker(settings, stack)
     blob = build_blob_store(settings)
     max_message = settings.batch_size * c * h * w // 8 + _MESSAGE_OVERHEAD_BYTES
     if max_message >= settings.inline_threshold_bytes:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 
+from producers.edge.broker import open_broker
 from producers.edge.fedavg.outbox import UpdateOutbox
 from producers.edge.fedavg.service import FedAvgEdgeClients, FedAvgEdgeService
 from producers.edge.ledger import LEDGER_FILE, Ledger
 from producers.edge.metrics import EdgeMetrics
-from shared.amqp.connection import broker_config, connect
-from shared.amqp.publisher import ConfirmedPublisher
-from shared.amqp.topology import check_exchanges
 from shared.blob.factory import build_blob_store
 from shared.config.edge import EdgeSettings
 from shared.observability.http import MetricsServer
@@ -28,15 +26,7 @@ async def build_fedavg_edge(settings: EdgeSettings, stack: AsyncExitStack) -> Fe
     stack.callback(ledger.close)
     outbox = UpdateOutbox(settings.state_dir / LEDGER_FILE)
     stack.callback(outbox.close)
-    connection = await connect(broker_config(settings, f"mistnet-edge-{settings.edge}"))
-    stack.push_async_callback(connection.close)
-    channel = await connection.channel()
-    await check_exchanges(channel)  # the edge may not declare: provisioning (or the cloud) does
-    await channel.close()
-    publisher = ConfirmedPublisher(
-        connection, confirm_timeout_s=settings.confirm_timeout_s, attempts=settings.publish_attempts
-    )
-    stack.push_async_callback(publisher.close)
+    connection, publisher = await open_broker(settings, stack)
     blob = build_blob_store(settings)
     # Updates always go to S3: find refused credentials or a missing bucket now, before any training.
     await blob.put(f"{names.update_prefix(settings.job, settings.edge)}write-check", b"")
